@@ -3,7 +3,8 @@ decoder layers.
 
 Every parameter is created with logical axis names (``embed``, ``vocab``, ``heads``, ``head_dim``, ``mlp``)
 stored as the ``out_sharding`` metadata of its ``nnx.Param``; :mod:`transformer_jax.sharding` maps them to
-mesh axes with a table of rules, so the modules never mention a mesh.
+mesh axes with a table of rules, so the modules never mention a mesh. Layer outputs are constrained to batch
+sharding with :func:`transformer_jax.sharding.constrain` (a no-op unless traced under a mesh).
 
 Activations are ``[batch, length, d_model]`` in ``config.dtype``; parameters are stored in
 ``config.param_dtype`` and cast to ``config.dtype`` where used.
@@ -18,7 +19,7 @@ import jax.numpy as jnp
 from flax import nnx
 from jax import Array
 
-from transformer_jax import masks, positions
+from transformer_jax import masks, positions, sharding
 from transformer_jax.attention import dot_product_attention
 
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ class Embed(nnx.Module):
 
   def __call__(self, ids: Array) -> Array:
     """``int[batch, length]`` -> ``[batch, length, d_model]``."""
-    table = self.embedding[...].astype(self.config.dtype)
+    table = sharding.constrain(self.embedding[...].astype(self.config.dtype), ("vocab", "activation_embed"))
     return jnp.take(table, ids, axis=0) * jnp.sqrt(self.config.d_model).astype(self.config.dtype)
 
   def attend(self, x: Array) -> Array:
@@ -234,7 +235,7 @@ class EncoderLayer(nnx.Module):
     """``x [batch, len, d_model]``, mask ``[batch, 1, len, len]``, ``pos int[batch, len]`` -> ``[batch, len, d_model]``."""
     attend = lambda y: self.self_attention(y, y, mask, pos, pos, deterministic=deterministic, rngs=rngs)
     x = self.attention_sublayer(attend, x, deterministic=deterministic, rngs=rngs)
-    return self.ff_sublayer(self.feed_forward, x, deterministic=deterministic, rngs=rngs)
+    return sharding.constrain(self.ff_sublayer(self.feed_forward, x, deterministic=deterministic, rngs=rngs))
 
 
 class DecoderLayer(nnx.Module):
@@ -266,7 +267,7 @@ class DecoderLayer(nnx.Module):
     x = self.self_sublayer(lambda y: self.self_attention(y, y, self_mask, pos, pos, **kw), x, **kw)
     if encoded is not None:
       x = self.cross_sublayer(lambda y: self.cross_attention(y, encoded, cross_mask, **kw), x, **kw)
-    return self.ff_sublayer(self.feed_forward, x, **kw)
+    return sharding.constrain(self.ff_sublayer(self.feed_forward, x, **kw))
 
   def decode(self, x: Array, pos: Array) -> Array:
     """Cached step for new tokens ``x [batch, t, d_model]`` at positions ``pos int[batch, t]`` (deterministic)."""
@@ -295,4 +296,4 @@ class Embedder(nnx.Module):
       x = x + positions.sinusoidal(pos, self.config.d_model).astype(x.dtype)
     elif self.config.positional == "learned":
       x = x + jnp.take(self.position_embedding[...].astype(x.dtype), pos, axis=0)
-    return _dropout(x, self.config.dropout_rate, deterministic, rngs)
+    return sharding.constrain(_dropout(x, self.config.dropout_rate, deterministic, rngs))

@@ -296,7 +296,7 @@ def tokens_to_logits_fn(model: EncoderDecoder | DecoderOnly) -> tuple[TokensToLo
   graphdef, cache, rest = nnx.split(model, nnx.Cache, ...)
 
   def tokens_to_logits(ids: Array, cache: nnx.State) -> tuple[Array, nnx.State]:
-    step_model = nnx.merge(graphdef, cache, rest)
+    step_model = nnx.merge(graphdef, cache, rest, copy=True)
     logits = step_model.decode_step(ids)
     return logits, nnx.state(step_model, nnx.Cache)
 

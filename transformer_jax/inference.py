@@ -1,0 +1,262 @@
+"""Inference with trained models: loading a training workdir, and jitted translation / LM sampling.
+
+:func:`load` restores only the parameters (never the optimizer state) of a workdir's checkpoint, with the run's
+config and vocabulary, onto the local devices. :func:`translate` and :func:`sample` take the parameters as an
+argument and build the model and ``tokens_to_logits`` inside the ``jax.jit``, so parameters are never baked into
+the compiled program as constants and sharded parameters work. :func:`decode_rows` pads token rows of different
+lengths into one batch and runs whichever of the two the workdir's objective needs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from transformer_jax import checkpointing, decoding, sharding
+from transformer_jax.models import DecoderOnly, EncoderDecoder, TransformerConfig, tokens_to_logits_fn
+from transformer_jax.tokens import BOS_ID, EOS_ID
+
+log = logging.getLogger(__name__)
+
+AVERAGED = "averaged"  # ``load(..., checkpoint=AVERAGED)``: the averaged parameters in ``workdir/averaged``
+MIN_BUCKET = 8  # shortest padded input length of decode_rows
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "max_len", "beam_size", "alpha", "length_offset"))
+def translate(graphdef: nnx.GraphDef, params: Any, inputs: jax.Array, *, max_len: int, beam_size: int = 1,
+              alpha: float = 0.6, length_offset: int = 50) -> jax.Array:
+  """Translations ``int32[batch, max_len]`` (EOS included, 0 after) of ``inputs int32[batch, src_len]``.
+
+  ``beam_size`` 1 is greedy; otherwise the best beam under the GNMT length penalty ``alpha``. Each output is
+  limited to its input length + ``length_offset`` tokens (the paper uses 50) and to ``max_len``.
+  """
+  model = nnx.merge(graphdef, params)
+  model.init_cache(inputs, max_len + 1)
+  tokens_to_logits, cache = tokens_to_logits_fn(model)
+  start = jnp.full((inputs.shape[0],), BOS_ID, jnp.int32)
+  limits = decoding.max_lengths_from_inputs(inputs, length_offset)
+  if beam_size == 1:
+    return decoding.greedy_search(tokens_to_logits, cache, start, max_len=max_len, eos_id=EOS_ID,
+                                  max_lengths=limits)
+  sequences, _ = decoding.beam_search(tokens_to_logits, cache, start, beam_size=beam_size, alpha=alpha,
+                                      max_len=max_len, eos_id=EOS_ID, max_lengths=limits)
+  return sequences[:, 0]
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "max_len", "top_k"))
+def sample(graphdef: nnx.GraphDef, params: Any, prompts: jax.Array, rng: jax.Array, *, max_len: int,
+           temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> jax.Array:
+  """Sampled continuations ``int32[batch, max_len]`` of LM ``prompts int32[batch, prompt_len]``.
+
+  Prompts are right-padded with 0 and do not include BOS (it is prepended here). ``temperature`` 0 is greedy.
+  """
+  model = nnx.merge(graphdef, params)
+  prompts = jnp.pad(prompts, ((0, 0), (1, 0)), constant_values=BOS_ID)
+  model.init_cache(prompts.shape[0], prompts.shape[1] + max_len)
+  tokens_to_logits, cache = tokens_to_logits_fn(model)
+  return decoding.sample(tokens_to_logits, cache, prompts, rng, max_len=max_len, eos_id=EOS_ID,
+                         temperature=temperature, top_k=top_k, top_p=top_p)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Loading a training workdir
+
+
+@dataclasses.dataclass(frozen=True)
+class Loaded:
+  """A trained model restored for inference.
+
+  Attributes:
+    config: the run's resolved config (``workdir/config.json``).
+    tokenizer: its SentencePiece vocabulary (:class:`transformer_jax.data.tokenizer.Tokenizer`).
+    graphdef, params: the model as ``nnx.split(model, nnx.Param)``; params placed (replicated) on ``mesh``.
+    objective: ``"translation"`` (:class:`EncoderDecoder`) or ``"lm"`` (:class:`DecoderOnly`).
+    step: the training step of the restored checkpoint.
+    model_config: the model's hyper-parameters.
+    mesh: the local devices, batch split over ``data``.
+  """
+
+  config: ml_collections.ConfigDict
+  tokenizer: Any
+  graphdef: nnx.GraphDef
+  params: nnx.State
+  objective: str
+  step: int
+  model_config: TransformerConfig
+  mesh: jax.sharding.Mesh
+
+  def model(self) -> EncoderDecoder | DecoderOnly:
+    """The model object (sharing the restored parameter arrays)."""
+    return nnx.merge(self.graphdef, self.params)
+
+  @property
+  def max_input_len(self) -> int:
+    """Longest input in tokens, as in training: source pieces + EOS (translation) or BOS + prompt pieces (LM)."""
+    return min(self.config.data.max_length, self.model_config.max_len)
+
+  @property
+  def max_output_len(self) -> int:
+    """Most tokens one call may generate, so that every position stays within the model's ``max_len``."""
+    if self.objective == "translation":
+      return self.model_config.max_len
+    return self.model_config.max_len - self.max_input_len
+
+
+def load(workdir: str, checkpoint: int | str | None = None, *, devices: Sequence[jax.Device] | None = None
+         ) -> Loaded:
+  """Restores a training workdir's model for inference.
+
+  ``checkpoint``: ``None`` (the latest step in ``workdir/checkpoints``), a step number, or ``"averaged"`` (the
+  parameters averaged at the end of training, ``workdir/averaged``). Only the parameters are read, onto the
+  ``devices`` (default: the local ones), whatever mesh they were trained on. Raises ``FileNotFoundError`` with
+  the fix for a missing workdir, config, vocabulary or checkpoint, and ``ValueError`` for a checkpoint of another
+  model than the workdir's config describes.
+  """
+  from transformer_jax import train_lib  # pylint: disable=import-outside-toplevel  (train_lib imports this module)
+
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  config = _read_config(workdir)
+  tokenizer = _read_tokenizer(workdir, config)
+  directory = os.path.join(workdir, AVERAGED if checkpoint == AVERAGED else "checkpoints")
+  cfg = train_lib.model_config(config, tokenizer.vocab_size)
+  mesh = sharding.make_mesh(ml_collections.ConfigDict({"mesh": {"data": -1, "fsdp": 1, "tensor": 1}}),
+                            list(devices or jax.local_devices()))
+  abstract_model = nnx.eval_shape(lambda: train_lib.model_class(config.objective)(cfg, rngs=nnx.Rngs(0)))
+  graphdef, abstract_params = nnx.split(abstract_model, nnx.Param)
+  manager = _checkpoint_manager(directory, workdir)
+  try:
+    step = _pick_step(manager, checkpoint, directory)
+    where = os.path.join(directory, str(step))
+    checkpointing.check_same_model(_restore_meta(manager, step), train_lib.model_identity(config.objective, cfg),
+                                   where)
+    params = _restore_params(manager, step, abstract_params, mesh)
+  finally:
+    manager.close()
+  log.info("Loaded %s (%s, step %d) onto %d device(s).", where, config.objective, step, mesh.size)
+  return Loaded(config, tokenizer, graphdef, params, config.objective, step, cfg, mesh)
+
+
+def _train_hint(workdir: str, flags: str = "") -> str:
+  return f"train a model first, e.g. `python train.py --workdir {workdir}{flags}`"
+
+
+def _read_config(workdir: str) -> ml_collections.ConfigDict:
+  """``workdir/config.json``, written by the training loop."""
+  if not os.path.isdir(workdir):
+    raise FileNotFoundError(f"No workdir {workdir}: {_train_hint(workdir)}.")
+  path = os.path.join(workdir, "config.json")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"No config.json in {workdir}: it is not a training workdir; {_train_hint(workdir)}.")
+  with open(path, encoding="utf-8") as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+def _read_tokenizer(workdir: str, config: ml_collections.ConfigDict):
+  """The run's vocabulary: ``config.data.vocab_path`` if it was given, else ``workdir/vocab.model``."""
+  from transformer_jax.data import tokenizer as tokenizer_lib  # pylint: disable=import-outside-toplevel
+
+  path = config.data.get("vocab_path") or os.path.join(workdir, tokenizer_lib.VOCAB_FILENAME)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"No vocabulary {path} for the workdir {workdir}: training writes it there on its "
+                            f"first run; {_train_hint(workdir)}.")
+  return tokenizer_lib.Tokenizer.load(path)
+
+
+def _checkpoint_manager(directory: str, workdir: str) -> ocp.CheckpointManager:
+  """A read-only manager of the checkpoints in ``directory``; a clear error when there are none."""
+  averaged = os.path.basename(directory) == AVERAGED
+  hint = _train_hint(workdir, " --config.average_last_checkpoints=5" if averaged else "")
+  if not os.path.isdir(directory):
+    raise FileNotFoundError(f"No checkpoint in {workdir} ({directory} does not exist): {hint}.")
+  manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True),
+                                  item_names=("state", "data", "meta"))
+  if manager.latest_step() is None:
+    manager.close()
+    raise FileNotFoundError(f"No checkpoint in {directory} (training has not saved one yet): {hint}.")
+  return manager
+
+
+def _pick_step(manager: ocp.CheckpointManager, checkpoint: int | str | None, directory: str) -> int:
+  """The latest step for ``None`` / ``"averaged"``, else the named step, which must exist."""
+  steps = list(manager.all_steps())
+  if checkpoint in (None, AVERAGED):
+    return manager.latest_step()
+  if not str(checkpoint).isdigit() or int(checkpoint) not in steps:
+    raise FileNotFoundError(f"No checkpoint {checkpoint!r} in {directory}: use a step among {sorted(steps)}, "
+                            f"'{AVERAGED}', or leave it out for the latest.")
+  return int(checkpoint)
+
+
+def _restore_meta(manager: ocp.CheckpointManager, step: int) -> dict:
+  return manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+
+
+def _restore_params(manager: ocp.CheckpointManager, step: int, abstract_params: nnx.State,
+                    mesh: jax.sharding.Mesh) -> nnx.State:
+  """Only ``state.params`` of the checkpoint (an Orbax partial restore), placed on ``mesh`` by the sharding rules."""
+  shardings = sharding.tree_shardings(abstract_params, mesh)
+  target = {"params": jax.tree.map(
+      lambda v, s: v.replace(jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=s)), abstract_params, shardings,
+      is_leaf=lambda x: isinstance(x, nnx.Variable))}
+  restore = ocp.args.PyTreeRestore(item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+                                   partial_restore=True)
+  return manager.restore(step, args=ocp.args.Composite(state=restore))["state"]["params"]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Decoding token rows of different lengths
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeOptions:
+  """How to generate: ``max_len`` new tokens at most; translation uses ``beam_size`` (1 = greedy) and ``alpha``,
+  LM sampling uses ``temperature`` (0 = greedy), ``top_k`` (0 = off), ``top_p`` (1 = off) and ``seed``."""
+
+  max_len: int = 64
+  beam_size: int = 1
+  alpha: float = 0.6
+  temperature: float = 1.0
+  top_k: int = 0
+  top_p: float = 1.0
+  seed: int = 0
+
+
+def bucket_length(length: int, limit: int) -> int:
+  """The padded length for rows of at most ``length`` tokens: the next power of two >= 8, capped at ``limit``."""
+  return min(max(MIN_BUCKET, 1 << (max(length, 1) - 1).bit_length()), max(limit, length))
+
+
+def decode_rows(loaded: Loaded, rows: Sequence[Sequence[int]], options: DecodeOptions, *, num_rows: int,
+                batch_index: int = 0) -> np.ndarray:
+  """Generated ids ``int32[len(rows), options.max_len]`` (EOS included, 0 after) for rows of different lengths.
+
+  Translation: each row is source pieces + EOS, decoded greedily or by beam search. LM: each row is prompt pieces
+  (no BOS), continued by sampling with the key ``fold_in(key(seed), batch_index)``. Rows are right-padded into
+  ``int32[num_rows, L]`` (``num_rows`` rounded up to the batch shards), L from :func:`bucket_length`, so that a
+  few shapes serve every batch (each new shape compiles once); the batch is split over the mesh's batch axes.
+  """
+  from transformer_jax.train_lib import pad_rows  # pylint: disable=import-outside-toplevel  (imports this module)
+
+  length = bucket_length(max(len(r) for r in rows), loaded.max_input_len)
+  batch = pad_rows(rows, sharding.mesh_batch_multiple(loaded.mesh, max(num_rows, len(rows))), length)
+  inputs = jax.device_put(batch, sharding.batch_sharding(loaded.mesh))
+  if loaded.objective == "translation":
+    ids = translate(loaded.graphdef, loaded.params, inputs, max_len=options.max_len, beam_size=options.beam_size,
+                    alpha=options.alpha)
+  else:
+    rng = jax.random.fold_in(jax.random.key(options.seed), batch_index)
+    ids = sample(loaded.graphdef, loaded.params, inputs, rng, max_len=options.max_len,
+                 temperature=options.temperature, top_k=options.top_k, top_p=options.top_p)
+  return np.asarray(jax.device_get(ids))[: len(rows)]
