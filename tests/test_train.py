@@ -133,3 +133,20 @@ def test_mistyped_override_is_an_error_naming_the_key(tmp_path):
                            "--config.optimizer.learnig_rate=0.1"], capture_output=True, text=True, timeout=120)
   assert result.returncode != 0
   assert "learnig_rate" in result.stderr
+
+
+@pytest.mark.parametrize("name", ["wmt14_ende_base", "wmt14_ende_big", "lm1b"])
+def test_tfds_configs_run_two_steps_on_mock_data(tmp_path, name):
+  """The WMT / lm1b configs cannot download here: run each for 2 steps on TFDS mock data, model shrunk."""
+  from unittest import mock  # pylint: disable=import-outside-toplevel
+
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+
+  config = shrink(load_config(name), steps=2)
+  config.data.update(vocab_size=200, max_eval_examples=8)
+  config.decode.num_eval_examples = min(config.decode.num_eval_examples, 4)
+  with tfds.testing.mock_data(num_examples=16), \
+      mock.patch.object(tfds.core.DatasetBuilder, "is_prepared", return_value=True):
+    result = train_lib.train_and_evaluate(config, str(tmp_path))
+  assert np.isfinite(result["loss"]) and np.isfinite(result["eval_loss"])
+  assert ("bleu" in result) == (config.objective == "translation")
