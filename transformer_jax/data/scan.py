@@ -38,56 +38,56 @@ Pair = tuple[str, str]
 
 
 def _verb_phrases() -> list[tuple[str, list[str]]]:
-    """The 34 verb phrases V as (words, actions)."""
-    phrases = [(word, [action]) for word, action in PRIMITIVES.items()]
-    for verb, actions in [*((w, [a]) for w, a in PRIMITIVES.items()), ("turn", [])]:
-        for direction, turn in DIRECTIONS.items():
-            phrases.append((f"{verb} {direction}", [turn, *actions]))
-            phrases.append((f"{verb} opposite {direction}", [turn, turn, *actions]))
-            phrases.append((f"{verb} around {direction}", [turn, *actions] * 4))
-    return phrases
+  """The 34 verb phrases V as (words, actions)."""
+  phrases = [(word, [action]) for word, action in PRIMITIVES.items()]
+  for verb, actions in [*((w, [a]) for w, a in PRIMITIVES.items()), ("turn", [])]:
+    for direction, turn in DIRECTIONS.items():
+      phrases.append((f"{verb} {direction}", [turn, *actions]))
+      phrases.append((f"{verb} opposite {direction}", [turn, turn, *actions]))
+      phrases.append((f"{verb} around {direction}", [turn, *actions] * 4))
+  return phrases
 
 
 def _sentences() -> list[tuple[str, list[str]]]:
-    """The 102 sentences S (a verb phrase, optionally repeated twice or thrice) as (words, actions)."""
-    return [(words + suffix, actions * times)
-            for words, actions in _verb_phrases() for suffix, times in REPETITIONS.items()]
+  """The 102 sentences S (a verb phrase, optionally repeated twice or thrice) as (words, actions)."""
+  return [(words + suffix, actions * times)
+          for words, actions in _verb_phrases() for suffix, times in REPETITIONS.items()]
 
 
 def generate() -> list[Pair]:
-    """Returns all 20,910 SCAN (command, actions) pairs in a fixed order, as space-separated strings."""
-    sentences = _sentences()
-    pairs = list(sentences)
-    for first, first_actions in sentences:
-        for second, second_actions in sentences:
-            pairs.append((f"{first} and {second}", first_actions + second_actions))
-            pairs.append((f"{first} after {second}", second_actions + first_actions))
-    return [(command, " ".join(actions)) for command, actions in pairs]
+  """Returns all 20,910 SCAN (command, actions) pairs in a fixed order, as space-separated strings."""
+  sentences = _sentences()
+  pairs = list(sentences)
+  for first, first_actions in sentences:
+    for second, second_actions in sentences:
+      pairs.append((f"{first} and {second}", first_actions + second_actions))
+      pairs.append((f"{first} after {second}", second_actions + first_actions))
+  return [(command, " ".join(actions)) for command, actions in pairs]
 
 
 def num_actions(pair: Pair) -> int:
-    """Number of actions in a pair's action sequence."""
-    return len(pair[1].split())
+  """Number of actions in a pair's action sequence."""
+  return len(pair[1].split())
 
 
 def has_jump(pair: Pair) -> bool:
-    """Whether the command contains the word "jump"."""
-    return "jump" in pair[0].split()
+  """Whether the command contains the word "jump"."""
+  return "jump" in pair[0].split()
 
 
 def splits(kind: str) -> dict[str, list[Pair]]:
-    """Returns ``{"train": [...], "test": [...]}`` for a split kind in :data:`SPLITS` (deterministic)."""
-    pairs = generate()
-    if kind == "simple":
-        order = list(range(len(pairs)))
-        random.Random(SIMPLE_SEED).shuffle(order)
-        cut = round(SIMPLE_TRAIN_FRACTION * len(pairs))
-        return {"train": [pairs[i] for i in order[:cut]], "test": [pairs[i] for i in order[cut:]]}
-    if kind == "length":
-        return {"train": [p for p in pairs if num_actions(p) <= LENGTH_MAX_TRAIN_ACTIONS],
-                "test": [p for p in pairs if num_actions(p) >= LENGTH_MIN_TEST_ACTIONS]}
-    if kind == "addprim_jump":
-        jump = ("jump", PRIMITIVES["jump"])
-        return {"train": [p for p in pairs if not has_jump(p)] + [jump] * JUMP_REPEATS,
-                "test": [p for p in pairs if has_jump(p) and p != jump]}
-    raise ValueError(f"Unknown SCAN split {kind!r}; expected one of {SPLITS}.")
+  """Returns ``{"train": [...], "test": [...]}`` for a split kind in :data:`SPLITS` (deterministic)."""
+  pairs = generate()
+  if kind == "simple":
+    order = list(range(len(pairs)))
+    random.Random(SIMPLE_SEED).shuffle(order)
+    cut = round(SIMPLE_TRAIN_FRACTION * len(pairs))
+    return {"train": [pairs[i] for i in order[:cut]], "test": [pairs[i] for i in order[cut:]]}
+  if kind == "length":
+    return {"train": [p for p in pairs if num_actions(p) <= LENGTH_MAX_TRAIN_ACTIONS],
+            "test": [p for p in pairs if num_actions(p) >= LENGTH_MIN_TEST_ACTIONS]}
+  if kind == "addprim_jump":
+    jump = ("jump", PRIMITIVES["jump"])
+    return {"train": [p for p in pairs if not has_jump(p)] + [jump] * JUMP_REPEATS,
+            "test": [p for p in pairs if has_jump(p) and p != jump]}
+  raise ValueError(f"Unknown SCAN split {kind!r}; expected one of {SPLITS}.")

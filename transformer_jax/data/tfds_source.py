@@ -26,67 +26,67 @@ OFFLINE_ALTERNATIVES = ("config.data.name='local_translation' (path: folder with
 
 
 class DatasetNotPreparedError(FileNotFoundError):
-    """A TFDS dataset is absent from data_dir and downloading is not allowed."""
+  """A TFDS dataset is absent from data_dir and downloading is not allowed."""
 
 
 class FeatureView(Sequence):
-    """Random access to TFDS records as examples: ``{"inputs": str, "targets": str}`` or ``{"targets": str}``."""
+  """Random access to TFDS records as examples: ``{"inputs": str, "targets": str}`` or ``{"targets": str}``."""
 
-    def __init__(self, records: Sequence, features: dict[str, str]):
-        """``features`` maps example keys (inputs, targets) to TFDS feature names."""
-        self._records = records
-        self._features = features
+  def __init__(self, records: Sequence, features: dict[str, str]):
+    """``features`` maps example keys (inputs, targets) to TFDS feature names."""
+    self._records = records
+    self._features = features
 
-    def __len__(self) -> int:
-        return len(self._records)
+  def __len__(self) -> int:
+    return len(self._records)
 
-    def __getitem__(self, index: int) -> Example:
-        if not 0 <= index < len(self):
-            raise IndexError(f"Example {index} out of range [0, {len(self)}).")
-        record = self._records[index]
-        return {key: _text(record[feature]) for key, feature in self._features.items()}
+  def __getitem__(self, index: int) -> Example:
+    if not 0 <= index < len(self):
+      raise IndexError(f"Example {index} out of range [0, {len(self)}).")
+    record = self._records[index]
+    return {key: _text(record[feature]) for key, feature in self._features.items()}
 
 
 def _text(value) -> str:
-    """A TFDS Text value (bytes from ArrayRecord, str from mocks) as str."""
-    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+  """A TFDS Text value (bytes from ArrayRecord, str from mocks) as str."""
+  return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
 def builder(name: str, *, data_dir: str | None, download: bool) -> tfds.core.DatasetBuilder:
-    """The prepared builder of ``name``; prepares it if ``download``, else raises if it is not prepared."""
-    result = tfds.builder(name, data_dir=data_dir)
-    if result.is_prepared():
-        return result
-    if download:
-        result.download_and_prepare(file_format=RANDOM_ACCESS_FORMAT)
-        return result
-    root = result.data_dir_root
-    raise DatasetNotPreparedError(
-        f"TFDS dataset {name!r} is not prepared in data_dir {root} (no {result.data_path}), and "
-        "config.data.download is False, so nothing was downloaded. Prepare it on a machine with internet: "
-        f"`tfds build {name} --data_dir={root} --file_format={RANDOM_ACCESS_FORMAT}` (and copy the folder here), "
-        f"or set config.data.download=True. Or train offline on a local corpus: {OFFLINE_ALTERNATIVES}.")
+  """The prepared builder of ``name``; prepares it if ``download``, else raises if it is not prepared."""
+  result = tfds.builder(name, data_dir=data_dir)
+  if result.is_prepared():
+    return result
+  if download:
+    result.download_and_prepare(file_format=RANDOM_ACCESS_FORMAT)
+    return result
+  root = result.data_dir_root
+  raise DatasetNotPreparedError(
+      f"TFDS dataset {name!r} is not prepared in data_dir {root} (no {result.data_path}), and "
+      "config.data.download is False, so nothing was downloaded. Prepare it on a machine with internet: "
+      f"`tfds build {name} --data_dir={root} --file_format={RANDOM_ACCESS_FORMAT}` (and copy the folder here), "
+      f"or set config.data.download=True. Or train offline on a local corpus: {OFFLINE_ALTERNATIVES}.")
 
 
 def load(name: str, *, data_dir: str | None, download: bool, train_split: str, eval_split: str,
          source_lang: str | None, target_lang: str | None, text_feature: str) -> Corpus:
-    """The corpus of a TFDS dataset (see the module docstring for the objective and the failure modes)."""
-    ds_builder = builder(name, data_dir=data_dir, download=download)
-    available = set(ds_builder.info.features.keys())
-    if source_lang and target_lang:
-        objective, features = TRANSLATION, {"inputs": source_lang, "targets": target_lang}
-    else:
-        objective, features = LM, {"targets": text_feature}
-    missing = set(features.values()) - available
-    if missing:
-        raise ValueError(f"TFDS dataset {name!r} has no feature(s) {sorted(missing)}; it has {sorted(available)} "
-                         "(set config.data.source_lang/target_lang or text_feature).")
-    try:
-        splits = ds_builder.as_data_source(split=[train_split, eval_split])
-    except NotImplementedError as e:
-        raise ValueError(
-            f"TFDS dataset {name!r} in {ds_builder.data_dir_root} was prepared without random access; prepare it "
-            f"with `tfds build {name} --data_dir={ds_builder.data_dir_root} --file_format={RANDOM_ACCESS_FORMAT}` "
-            "(or convert it with `tfds convert_format`).") from e
-    train, evaluation = (FeatureView(split, features) for split in splits)
-    return Corpus(objective=objective, train=train, eval=evaluation)
+  """The corpus of a TFDS dataset (see the module docstring for the objective and the failure modes)."""
+  ds_builder = builder(name, data_dir=data_dir, download=download)
+  available = set(ds_builder.info.features.keys())
+  if source_lang and target_lang:
+    objective, features = TRANSLATION, {"inputs": source_lang, "targets": target_lang}
+  else:
+    objective, features = LM, {"targets": text_feature}
+  missing = set(features.values()) - available
+  if missing:
+    raise ValueError(f"TFDS dataset {name!r} has no feature(s) {sorted(missing)}; it has {sorted(available)} "
+                     "(set config.data.source_lang/target_lang or text_feature).")
+  try:
+    splits = ds_builder.as_data_source(split=[train_split, eval_split])
+  except NotImplementedError as e:
+    raise ValueError(
+        f"TFDS dataset {name!r} in {ds_builder.data_dir_root} was prepared without random access; prepare it "
+        f"with `tfds build {name} --data_dir={ds_builder.data_dir_root} --file_format={RANDOM_ACCESS_FORMAT}` "
+        "(or convert it with `tfds convert_format`).") from e
+  train, evaluation = (FeatureView(split, features) for split in splits)
+  return Corpus(objective=objective, train=train, eval=evaluation)
