@@ -8,6 +8,7 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 from conftest import ROOT, load_config, shrink
 
@@ -88,9 +89,22 @@ def _metrics(workdir):
     return [json.loads(line) for line in f]
 
 
+def _check_average_of_checkpoints(workdir):
+  """``workdir/averaged`` holds the element-wise mean of the params of checkpoints 3 and 6."""
+  def params(name, step):
+    path = os.path.join(workdir, name, str(step), "state")
+    return ocp.StandardCheckpointer().restore(path)["params"]
+
+  expected = jax.tree.map(lambda a, b: (a + b) / 2, params("checkpoints", 3), params("checkpoints", 6))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), params("averaged", 6), expected)
+
+
 def test_end_to_end_checkpoints_metrics_and_exact_resume(tmp_path, tiny_scan_config):
   config = tiny_scan_config
+  config.average_last_checkpoints = 2
   full = train_lib.train_and_evaluate(config, str(tmp_path / "full"))
+  config.average_last_checkpoints = 0
+  _check_average_of_checkpoints(tmp_path / "full")
 
   config.num_train_steps = 3  # interrupted after 3 steps, then the same command with 6 steps resumes
   train_lib.train_and_evaluate(config, str(tmp_path / "resumed"))

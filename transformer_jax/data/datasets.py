@@ -13,6 +13,8 @@ from transformer_jax.data import pipeline, sources
 from transformer_jax.data import tokenizer as tokenizer_lib
 from transformer_jax.data.corpus import TRANSLATION, Corpus, Example, TextExamples
 
+log = logging.getLogger(__name__)
+
 MAX_VOCAB_EXAMPLES = 200_000  # evenly spaced training examples (both sides) to train the vocabulary on
 
 
@@ -107,7 +109,7 @@ def build(config: ml_collections.ConfigDict, *, workdir: str, seed: int, process
       pipeline.eval_batches, evaluation, encode, eval_lengths, features=features,
       rows=local_rows(config.eval_batch_size, process_count, "eval_batch_size"), process_index=process_index,
       process_count=process_count)
-  logging.info("Data %s (%s): %d train / %d eval examples, vocabulary %d, global batch %d rows of %d tokens, "
+  log.info("Data %s (%s): %d train / %d eval examples, vocabulary %d, global batch %d rows of %d tokens, "
                "process %d of %d.", config.name, corpus.objective, len(corpus.train), len(evaluation),
                tokenizer.vocab_size, rows, config.max_length, process_index, process_count)
   return Datasets(objective=corpus.objective, tokenizer=tokenizer, train=train, eval_batches=eval_batches,

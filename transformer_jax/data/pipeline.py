@@ -49,6 +49,8 @@ from transformer_jax.data.corpus import Example
 from transformer_jax.data.tokenizer import Tokenizer
 from transformer_jax.tokens import EOS_ID
 
+log = logging.getLogger(__name__)
+
 OVERLONG = ("truncate", "drop")
 Batch = dict[str, np.ndarray]
 Encoded = dict[str, np.ndarray]
@@ -84,7 +86,7 @@ class LengthPolicy:
       return example
     self.overlong += 1
     if self.overlong & (self.overlong - 1) == 0:
-      logging.warning("%s: %d of %d examples so far were longer than max_length=%d tokens (EOS included) "
+      log.warning("%s: %d of %d examples so far were longer than max_length=%d tokens (EOS included) "
                       "and were %s.", self.name, self.overlong, self.seen, self.max_length,
                       "dropped" if self.overlong_action == "drop" else "truncated")
     if self.overlong_action == "drop":

@@ -30,6 +30,8 @@ import ml_collections
 from transformer_jax.data import scan, text_files
 from transformer_jax.data.corpus import LM, TRANSLATION, Corpus, TextExamples
 
+log = logging.getLogger(__name__)
+
 HELD_OUT_EVERY = 50
 STDLIB_EXCLUDED_DIRS = frozenset({"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__"})
 
@@ -56,7 +58,7 @@ def load(config: ml_collections.ConfigDict) -> Corpus:
     raise ValueError(f"Unknown data source {name!r}: use scan/<simple|length|addprim_jump>, tfds:<name>, "
                      "local_translation, local_text or python_stdlib.")
   if corpus.skipped_empty:
-    logging.info("%s: skipped %d empty lines/pairs.", name, corpus.skipped_empty)
+    log.info("%s: skipped %d empty lines/pairs.", name, corpus.skipped_empty)
   return corpus
 
 

@@ -22,6 +22,8 @@ import sentencepiece as spm
 
 from transformer_jax.tokens import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
+log = logging.getLogger(__name__)
+
 VOCAB_FILENAME = "vocab.model"
 MODEL_TYPES = ("unigram", "bpe", "word", "char")
 WAIT_SECONDS = 3600
@@ -90,7 +92,7 @@ def train(sentences: Iterable[str], *, vocab_size: int, model_type: str) -> Toke
     if match is None:
       raise
     capped = int(match.group(2))
-    logging.warning("vocab_size %d is too high for this corpus (%s model); using %d instead.",
+    log.warning("vocab_size %d is too high for this corpus (%s model); using %d instead.",
                     vocab_size, model_type, capped)
     return Tokenizer(_train_proto(sentences, capped, model_type))
 
@@ -112,25 +114,25 @@ def load_or_train(sentences: Callable[[], Iterable[str]], *, workdir: str, vocab
   ``sentences`` is called only when training is needed.
   """
   if vocab_path:
-    logging.info("Using the vocabulary %s as given.", vocab_path)
+    log.info("Using the vocabulary %s as given.", vocab_path)
     return Tokenizer.load(vocab_path)
   path = epath.Path(workdir) / VOCAB_FILENAME
   if path.exists():
-    logging.info("Reusing the vocabulary %s.", path)
+    log.info("Reusing the vocabulary %s.", path)
     return Tokenizer.load(str(path))
   if process_index != 0:
     return _wait_for(path)
-  logging.info("Training a %s SentencePiece vocabulary of size %d into %s.", model_type, vocab_size, path)
+  log.info("Training a %s SentencePiece vocabulary of size %d into %s.", model_type, vocab_size, path)
   tokenizer = train(sentences(), vocab_size=vocab_size, model_type=model_type)
   tokenizer.save(str(path))
-  logging.info("Saved the vocabulary (%d pieces) to %s.", tokenizer.vocab_size, path)
+  log.info("Saved the vocabulary (%d pieces) to %s.", tokenizer.vocab_size, path)
   return tokenizer
 
 
 def _wait_for(path: epath.Path) -> Tokenizer:
   """Polls until process 0 has written the vocabulary; fails after ``WAIT_SECONDS``."""
   deadline = time.monotonic() + WAIT_SECONDS
-  logging.info("Waiting for process 0 to write the vocabulary %s.", path)
+  log.info("Waiting for process 0 to write the vocabulary %s.", path)
   while not path.exists():
     if time.monotonic() > deadline:
       raise TimeoutError(f"No vocabulary at {path} after {WAIT_SECONDS} s: process 0 trains it there; the "
