@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -164,3 +165,19 @@ def test_tfds_configs_run_two_steps_on_mock_data(tmp_path, name):
     result = train_lib.train_and_evaluate(config, str(tmp_path))
   assert np.isfinite(result["loss"]) and np.isfinite(result["eval_loss"])
   assert ("bleu" in result) == (config.objective == "translation")
+
+
+def test_sigterm_saves_a_checkpoint_and_stops(tmp_path, tiny_scan_config, monkeypatch):
+  global_batch, calls = sharding.global_batch, []
+
+  def batch_then_sigterm(*args):
+    calls.append(1)
+    if len(calls) == 4:  # the 4th step's batch: the step runs, then the loop saves and stops
+      os.kill(os.getpid(), signal.SIGTERM)
+    return global_batch(*args)
+
+  monkeypatch.setattr(sharding, "global_batch", batch_then_sigterm)
+  tiny_scan_config.update(num_train_steps=50, checkpoint_every_steps=100, eval_every_steps=100)
+  train_lib.train_and_evaluate(tiny_scan_config, str(tmp_path))
+  assert os.listdir(tmp_path / "checkpoints") == ["4"]
+  assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handler is removed after training

@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import signal
-import time
 from typing import Any, Iterator
 
 import flax.struct
@@ -183,7 +182,7 @@ def translate_texts(graphdef, params, tokenizer, sources: list[str], *, mesh, ba
     inputs = pad_rows(chunk, batch_size, max(len(c) for c in chunk))
     ids = inference.translate(graphdef, params, replicated(inputs, mesh), max_len=max_len, beam_size=beam_size,
                               alpha=alpha)
-    outputs += [tokenizer.decode(row) for row in np.asarray(jax.device_get(ids))[: len(chunk)]]
+    outputs += [tokenizer.decode(row) for row in multihost_utils.process_allgather(ids, tiled=True)[: len(chunk)]]
   return outputs
 
 
@@ -207,7 +206,7 @@ def lm_samples(graphdef, params, tokenizer, texts: list[str], config, mesh) -> s
   ids = inference.sample(graphdef, params, replicated(pad_rows(prompts, batch, config.decode.prompt_tokens), mesh),
                          jax.random.key(config.seed), max_len=config.decode.max_len,
                          temperature=config.decode.temperature, top_k=config.decode.top_k, top_p=config.decode.top_p)
-  ids = np.asarray(jax.device_get(ids))
+  ids = multihost_utils.process_allgather(ids, tiled=True)
   return "\n".join(f"[{tokenizer.decode(p)}] {tokenizer.decode(row)}" for p, row in zip(prompts, ids))
 
 
@@ -215,15 +214,17 @@ def lm_samples(graphdef, params, tokenizer, texts: list[str], config, mesh) -> s
 # The loop
 
 
-class _Preemption:
-  """Turns SIGTERM into a flag the loop checks, so it can save a checkpoint and exit cleanly."""
+class StopOnSigterm:
+  """While active, SIGTERM sets ``requested`` instead of killing the process, so that the loop can save a
+  checkpoint and stop cleanly; the previous handler is restored on exit."""
 
-  def __init__(self):
+  def __enter__(self):
     self.requested = False
-    try:
-      signal.signal(signal.SIGTERM, self._handle)
-    except ValueError:  # not the main thread
-      pass
+    self._previous = signal.signal(signal.SIGTERM, self._handle)
+    return self
+
+  def __exit__(self, *_):
+    signal.signal(signal.SIGTERM, self._previous)
 
   def _handle(self, *_):
     log.warning("SIGTERM received: saving a checkpoint and stopping.")
@@ -245,25 +246,70 @@ def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
       f.write(config.to_json_best_effort(indent=2))
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-  """Trains (resuming from ``workdir`` if it holds a checkpoint), evaluates and checkpoints; returns final metrics."""
-  from transformer_jax import data as data_lib  # pylint: disable=import-outside-toplevel  (TF lives there)
-
-  sharding.maybe_initialize_distributed(config.distributed)
-  _write_config(config, workdir)
-  mesh = sharding.make_mesh(config)
-  lead = jax.process_index() == 0
-  datasets = data_lib.build(config.data, workdir=workdir, seed=config.seed)
+def _check_config(config: ml_collections.ConfigDict, datasets, mesh, cfg: TransformerConfig) -> None:
+  """Clear errors before anything compiles."""
   if datasets.objective != config.objective:
     raise ValueError(f"objective={config.objective!r} but data.name={config.data.name!r} is a "
                      f"{datasets.objective!r} dataset; set --config.objective={datasets.objective}.")
-  cfg = model_config(config, datasets.tokenizer.vocab_size)
   sharding.check_model_fits(mesh, cfg)
   sharding.check_batch_fits(mesh, datasets.global_batch_rows, "data.batch_size")
   sharding.check_batch_fits(mesh, config.data.eval_batch_size, "data.eval_batch_size")
   if datasets.global_batch_rows % config.grad_accum_steps:
     raise ValueError(f"grad_accum_steps={config.grad_accum_steps} does not divide the batch of "
                      f"{datasets.global_batch_rows} rows.")
+
+
+@dataclasses.dataclass
+class Experiment:
+  """Everything the loop needs besides the train state: data, mesh, compiled steps, checkpoints, metrics."""
+
+  config: ml_collections.ConfigDict
+  workdir: str
+  mesh: jax.sharding.Mesh
+  datasets: Any
+  graphdef: nnx.GraphDef
+  shardings: Any
+  identity: dict
+  ckpt: checkpointing.Checkpointer
+  writer: metrics.MetricsWriter
+  train_step: Any
+  eval_step: Any
+  final: dict = dataclasses.field(default_factory=dict)
+
+  @property
+  def lead(self) -> bool:
+    return jax.process_index() == 0
+
+  def save(self, state: TrainState) -> None:
+    self.ckpt.save(int(state.step), state, data_positions(self.datasets.train), self.identity)
+
+  def evaluate(self, step: int, params: nnx.State, prefix: str = "") -> None:
+    """Eval loss/accuracy/perplexity, plus BLEU and exact match of decoded outputs for translation."""
+    config, datasets = self.config, self.datasets
+    scores, texts = evaluate_loss(self.eval_step, params, datasets.eval_batches(), self.mesh), {}
+    if config.objective == "translation" and config.decode.num_eval_examples:
+      decoded, texts["translations"] = evaluate_translation(
+          self.graphdef, params, datasets.tokenizer, datasets.eval_examples[: config.decode.num_eval_examples],
+          config, self.mesh)
+      scores.update(decoded)
+    scores = {prefix + k: v for k, v in scores.items()}
+    self.final.update(scores)
+    self.writer.write(step, scores, texts)
+    if self.lead:
+      print(f"eval at step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()), flush=True)
+      print(texts.get("translations", ""), flush=True)
+
+
+def setup(config: ml_collections.ConfigDict, workdir: str) -> tuple[Experiment, TrainState]:
+  """Data, mesh, model, optimizer, compiled steps; the state restored from the latest checkpoint if any."""
+  from transformer_jax import data as data_lib  # pylint: disable=import-outside-toplevel  (TF lives there)
+
+  sharding.maybe_initialize_distributed(config.distributed)
+  _write_config(config, workdir)
+  mesh = sharding.make_mesh(config)
+  datasets = data_lib.build(config.data, workdir=workdir, seed=config.seed)
+  cfg = model_config(config, datasets.tokenizer.vocab_size)
+  _check_config(config, datasets, mesh, cfg)
   tx, schedule = optim.make_optimizer(config.optimizer, cfg.d_model, config.num_train_steps)
   graphdef, state, shardings = create_train_state(config.objective, cfg, tx, config.seed, mesh)
   identity = model_identity(config.objective, cfg)
@@ -272,65 +318,61 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     state, data_state = ckpt.restore(ckpt.latest_step(), state, shardings, identity)
     datasets.train.set_state(data_state["processes"][jax.process_index()])
     log.info("Resumed from step %d of %s", int(state.step), ckpt.directory)
-
-  batch_sharding = sharding.batch_sharding(mesh)
   step_fn = sharding.compile_train_step(
       config, mesh, functools.partial(train_step, graphdef=graphdef, tx=tx, schedule=schedule,
                                       label_smoothing=config.label_smoothing,
                                       grad_accum_steps=config.grad_accum_steps), shardings)
-  eval_fn = jax.jit(functools.partial(eval_step, graphdef=graphdef), in_shardings=(shardings.params, batch_sharding))
-  writer = metrics.MetricsWriter(workdir, enabled=lead)
-  start = int(state.step)
-  progress = metrics.Progress(start, config.num_train_steps, enabled=lead)
-  preemption = _Preemption()
+  eval_fn = jax.jit(functools.partial(eval_step, graphdef=graphdef),
+                    in_shardings=(shardings.params, sharding.batch_sharding(mesh)))
+  writer = metrics.MetricsWriter(workdir, enabled=jax.process_index() == 0)
+  return Experiment(config, workdir, mesh, datasets, graphdef, shardings, identity, ckpt, writer, step_fn,
+                    eval_fn), state
+
+
+def train_loop(exp: Experiment, state: TrainState, stop: StopOnSigterm) -> TrainState:
+  """Steps until ``num_train_steps`` (or SIGTERM), logging, evaluating and checkpointing on schedule."""
+  config = exp.config
+  progress = metrics.Progress(int(state.step), config.num_train_steps, enabled=exp.lead)
   pending: list[dict[str, jax.Array]] = []
-  final: dict[str, float] = {}
-
-  def save(step: int) -> None:
-    ckpt.save(step, state, data_positions(datasets.train), identity)
-
-  def run_eval(step: int, params: nnx.State, prefix: str = "") -> None:
-    scores = evaluate_loss(eval_fn, params, datasets.eval_batches(), mesh)
-    texts = {}
-    if config.objective == "translation" and config.decode.num_eval_examples:
-      decoded, texts["translations"] = evaluate_translation(
-          graphdef, params, datasets.tokenizer, datasets.eval_examples[: config.decode.num_eval_examples],
-          config, mesh)
-      scores.update(decoded)
-    scores = {prefix + k: v for k, v in scores.items()}
-    final.update(scores)
-    writer.write(step, scores, texts)
-    if lead:
-      print(f"eval at step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()), flush=True)
-      if texts:
-        print(texts["translations"], flush=True)
-
-  for step in range(start + 1, config.num_train_steps + 1):
-    state, step_metrics = step_fn(state, sharding.global_batch(next(datasets.train), mesh))
+  for step in range(int(state.step) + 1, config.num_train_steps + 1):
+    state, step_metrics = exp.train_step(state, sharding.global_batch(next(exp.datasets.train), exp.mesh))
     pending.append(step_metrics)
-    if step % config.log_every_steps == 0 or step == config.num_train_steps:
-      summary = jax.tree.map(lambda *xs: np.mean(xs), *jax.device_get(pending))
-      summary.update(progress.update(step, sum(float(m["tokens"]) for m in jax.device_get(pending))))
+    last = step == config.num_train_steps
+    if step % config.log_every_steps == 0 or last:
+      pending = jax.device_get(pending)
+      summary = {k: np.mean([m[k] for m in pending]) for k in pending[0]}
+      summary.update(progress.update(step, sum(float(m["tokens"]) for m in pending)))
       pending = []
-      writer.write(step, summary)
+      exp.writer.write(step, summary)
       progress.print(step, summary)
-      final.update(loss=summary["loss"])
-    if step % config.eval_every_steps == 0 or step == config.num_train_steps:
-      run_eval(step, state.params)
-    if step % config.checkpoint_every_steps == 0 or step == config.num_train_steps or preemption.requested:
-      save(step)
-    if preemption.requested:
+      exp.final["loss"] = summary["loss"]
+    if step % config.eval_every_steps == 0 or last:
+      exp.evaluate(step, state.params)
+    if step % config.checkpoint_every_steps == 0 or last or stop.requested:
+      exp.save(state)
+    if stop.requested:
       break
-  ckpt.wait()
-  if config.average_last_checkpoints > 1 and not preemption.requested:
-    averaged = average_checkpoints(config, workdir, ckpt, state, shardings, identity)
-    run_eval(int(state.step), averaged, prefix="averaged_")
-  if config.objective == "lm" and config.decode.num_samples and lead:
-    print("Samples:\n" + lm_samples(graphdef, state.params, datasets.tokenizer, datasets.eval_examples, config, mesh))
-  ckpt.close()
-  writer.close()
-  _print_summary(final, ckpt.directory, workdir, lead)
-  return final
+  exp.ckpt.wait()
+  return state
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  """Trains (resuming from ``workdir`` if it holds a checkpoint), evaluates and checkpoints; returns final metrics."""
+  exp, state = setup(config, workdir)
+  with StopOnSigterm() as stop:
+    state = train_loop(exp, state, stop)
+  if config.average_last_checkpoints > 1 and not stop.requested:
+    averaged = average_checkpoints(config, workdir, exp.ckpt, state, exp.shardings, exp.identity)
+    exp.evaluate(int(state.step), averaged, prefix="averaged_")
+  if config.objective == "lm" and config.decode.num_samples:  # every process samples, process 0 prints
+    samples = lm_samples(exp.graphdef, state.params, exp.datasets.tokenizer, exp.datasets.eval_examples, config,
+                         exp.mesh)
+    if exp.lead:
+      print("Samples:\n" + samples)
+  exp.ckpt.close()
+  exp.writer.close()
+  _print_summary(exp.final, exp.ckpt.directory, workdir, exp.lead)
+  return exp.final
 
 
 def average_checkpoints(config, workdir, ckpt, state, shardings, identity) -> nnx.State:
