@@ -15,7 +15,7 @@ import json
 import logging
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
@@ -23,10 +23,14 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
+from jax.experimental import multihost_utils
 
 from transformer_jax import checkpointing, decoding, sharding
 from transformer_jax.models import DecoderOnly, EncoderDecoder, TransformerConfig, tokens_to_logits_fn
 from transformer_jax.tokens import BOS_ID, EOS_ID
+
+if TYPE_CHECKING:  # the tokenizer needs sentencepiece, an optional dependency: imported where a vocabulary is read
+  from transformer_jax.data.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +84,7 @@ class Loaded:
 
   Attributes:
     config: the run's resolved config (``workdir/config.json``).
-    tokenizer: its SentencePiece vocabulary (:class:`transformer_jax.data.tokenizer.Tokenizer`).
+    tokenizer: its SentencePiece vocabulary.
     graphdef, params: the model as ``nnx.split(model, nnx.Param)``; params placed (replicated) on ``mesh``.
     objective: ``"translation"`` (:class:`EncoderDecoder`) or ``"lm"`` (:class:`DecoderOnly`).
     step: the training step of the restored checkpoint.
@@ -89,7 +93,7 @@ class Loaded:
   """
 
   config: ml_collections.ConfigDict
-  tokenizer: Any
+  tokenizer: Tokenizer
   graphdef: nnx.GraphDef
   params: nnx.State
   objective: str
@@ -163,7 +167,7 @@ def _read_config(workdir: str) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(json.load(f))
 
 
-def _read_tokenizer(workdir: str, config: ml_collections.ConfigDict):
+def _read_tokenizer(workdir: str, config: ml_collections.ConfigDict) -> Tokenizer:
   """The run's vocabulary: ``config.data.vocab_path`` if it was given, else ``workdir/vocab.model``."""
   from transformer_jax.data import tokenizer as tokenizer_lib  # pylint: disable=import-outside-toplevel
 
@@ -238,6 +242,15 @@ def bucket_length(length: int, limit: int) -> int:
   return min(max(MIN_BUCKET, 1 << (max(length, 1) - 1).bit_length()), max(limit, length))
 
 
+def pad_rows(rows: list[list[int]], num_rows: int, length: int) -> np.ndarray:
+  """Right-pads token lists with 0 into ``int32[num_rows, length]`` (truncating longer rows)."""
+  out = np.zeros((num_rows, length), np.int32)
+  for i, ids in enumerate(rows):
+    ids = ids[:length]
+    out[i, : len(ids)] = ids
+  return out
+
+
 def decode_rows(loaded: Loaded, rows: Sequence[Sequence[int]], options: DecodeOptions, *, num_rows: int,
                 batch_index: int = 0) -> np.ndarray:
   """Generated ids ``int32[len(rows), options.max_len]`` (EOS included, 0 after) for rows of different lengths.
@@ -247,8 +260,6 @@ def decode_rows(loaded: Loaded, rows: Sequence[Sequence[int]], options: DecodeOp
   ``int32[num_rows, L]`` (``num_rows`` rounded up to the batch shards), L from :func:`bucket_length`, so that a
   few shapes serve every batch (each new shape compiles once); the batch is split over the mesh's batch axes.
   """
-  from transformer_jax.train_lib import pad_rows  # pylint: disable=import-outside-toplevel  (imports this module)
-
   length = bucket_length(max(len(r) for r in rows), loaded.max_input_len)
   batch = pad_rows(rows, sharding.mesh_batch_multiple(loaded.mesh, max(num_rows, len(rows))), length)
   inputs = jax.device_put(batch, sharding.batch_sharding(loaded.mesh))
@@ -259,4 +270,45 @@ def decode_rows(loaded: Loaded, rows: Sequence[Sequence[int]], options: DecodeOp
     rng = jax.random.fold_in(jax.random.key(options.seed), batch_index)
     ids = sample(loaded.graphdef, loaded.params, inputs, rng, max_len=options.max_len,
                  temperature=options.temperature, top_k=options.top_k, top_p=options.top_p)
-  return np.asarray(jax.device_get(ids))[: len(rows)]
+  return multihost_utils.process_allgather(ids, tiled=True)[: len(rows)]
+
+
+def encode_lines(loaded: Loaded, lines: Sequence[str]) -> tuple[list[list[int]], int]:
+  """Token rows (``[]`` for empty lines) and the number of lines truncated to ``loaded.max_input_len`` tokens.
+
+  Translation rows are source pieces + EOS; LM rows are prompt pieces (sampling prepends BOS). Either way a row
+  keeps at most ``max_input_len - 1`` pieces.
+  """
+  keep = loaded.max_input_len - 1
+  pieces = [loaded.tokenizer.encode(line.strip()) if line.strip() else [] for line in lines]
+  suffix = [EOS_ID] if loaded.objective == "translation" else []
+  rows = [p[:keep] + suffix if p else [] for p in pieces]
+  return rows, sum(len(p) > keep for p in pieces)
+
+
+def generate_lines(loaded: Loaded, lines: Sequence[str], options: DecodeOptions, *, batch_size: int = 32,
+                   progress=None) -> list[str]:
+  """One output text per input line, in order: translations, or LM prompts followed by their continuations.
+
+  Empty lines give empty outputs; the non-empty ones are decoded ``batch_size`` at a time, sorted by length so that
+  each batch pads little. Truncated overlong lines are counted in one warning. ``progress`` (optional) gets
+  ``update(num_lines)`` after each batch and ``close()`` at the end.
+  """
+  rows, truncated = encode_lines(loaded, lines)
+  if truncated:
+    log.warning("%d of %d input lines are longer than the model's %d input tokens and were truncated.",
+                truncated, len(lines), loaded.max_input_len)
+  order = sorted((i for i, row in enumerate(rows) if row), key=lambda i: len(rows[i]))
+  outputs = [""] * len(lines)
+  for batch_index, start in enumerate(range(0, len(order), batch_size)):
+    chunk = order[start:start + batch_size]
+    generated = decode_rows(loaded, [rows[i] for i in chunk], options, num_rows=batch_size,
+                                      batch_index=batch_index)
+    for i, ids in zip(chunk, generated):
+      prompt = rows[i] if loaded.objective == "lm" else []
+      outputs[i] = loaded.tokenizer.decode(prompt + ids.tolist()).replace("\n", " ")
+    if progress:
+      progress.update(len(chunk))
+  if progress:
+    progress.close()
+  return outputs

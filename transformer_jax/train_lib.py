@@ -25,7 +25,6 @@ from jax.experimental import multihost_utils
 
 from transformer_jax import checkpointing, inference, losses, metrics, optim, sharding
 from transformer_jax.models import DecoderOnly, EncoderDecoder, TransformerConfig
-from transformer_jax.tokens import EOS_ID
 
 Batch = dict[str, jax.Array]
 log = logging.getLogger(__name__)
@@ -159,55 +158,32 @@ def evaluate_loss(eval_fn, params, batches: Iterator[dict[str, np.ndarray]], mes
   return {"eval_loss": means["nll"], "eval_accuracy": means["accuracy"], "eval_perplexity": means["perplexity"]}
 
 
-def pad_rows(rows: list[list[int]], num_rows: int, length: int) -> np.ndarray:
-  """Right-pads token lists with 0 into ``int32[num_rows, length]`` (truncating longer rows)."""
-  out = np.zeros((num_rows, length), np.int32)
-  for i, ids in enumerate(rows):
-    ids = ids[:length]
-    out[i, : len(ids)] = ids
-  return out
+def decode_options(config: ml_collections.ConfigDict) -> inference.DecodeOptions:
+  d = config.decode
+  return inference.DecodeOptions(max_len=d.max_len, beam_size=d.beam_size, alpha=d.alpha,
+                                 temperature=d.temperature, top_k=d.top_k, top_p=d.top_p, seed=config.seed)
 
 
-def replicated(array: np.ndarray, mesh) -> jax.Array:
-  """A host array that every process holds identically, as a global array sharded over the batch axes."""
-  return jax.make_array_from_callback(array.shape, sharding.batch_sharding(mesh), lambda index: array[index])
-
-
-def translate_texts(graphdef, params, tokenizer, sources: list[str], *, mesh, batch_size: int, max_len: int,
-                    beam_size: int, alpha: float) -> list[str]:
-  """Detokenised translations of ``sources`` (batched, padded, in order)."""
-  outputs = []
-  for start in range(0, len(sources), batch_size):
-    chunk = [tokenizer.encode(s) + [EOS_ID] for s in sources[start:start + batch_size]]
-    inputs = pad_rows(chunk, batch_size, max(len(c) for c in chunk))
-    ids = inference.translate(graphdef, params, replicated(inputs, mesh), max_len=max_len, beam_size=beam_size,
-                              alpha=alpha)
-    outputs += [tokenizer.decode(row) for row in multihost_utils.process_allgather(ids, tiled=True)[: len(chunk)]]
-  return outputs
-
-
-def evaluate_translation(graphdef, params, tokenizer, examples, config, mesh) -> tuple[dict[str, float], str]:
-  """BLEU (sacrebleu), exact match and a few example translations of the eval examples."""
+def evaluate_translation(loaded: inference.Loaded, examples) -> tuple[dict[str, float], str]:
+  """BLEU (sacrebleu), exact match and a few example translations of ``(source, reference)`` pairs."""
   from transformer_jax import evaluation  # pylint: disable=import-outside-toplevel  (sacrebleu is a data extra)
 
   sources, references = [s for s, _ in examples], [t for _, t in examples]
-  hyps = translate_texts(graphdef, params, tokenizer, sources, mesh=mesh, batch_size=config.data.eval_batch_size,
-                         max_len=config.decode.max_len, beam_size=config.decode.beam_size, alpha=config.decode.alpha)
+  hyps = inference.generate_lines(loaded, sources, decode_options(loaded.config),
+                                  batch_size=loaded.config.data.eval_batch_size)
   bleu, signature = evaluation.bleu(hyps, references)
-  shown = "\n".join(f"{s}  ->  {h}  (ref: {r})" for s, h, r in list(zip(sources, hyps, references))[:3])
   log.info("BLEU signature: %s", signature)
+  shown = "\n".join(f"{s}  ->  {h}  (ref: {r})" for s, h, r in list(zip(sources, hyps, references))[:3])
   return {"bleu": bleu, "exact_match": evaluation.exact_match(hyps, references)}, shown
 
 
-def lm_samples(graphdef, params, tokenizer, texts: list[str], config, mesh) -> str:
-  """A few sampled continuations of the first words of eval texts."""
-  prompts = [tokenizer.encode(t)[: config.decode.prompt_tokens] for t in texts[: config.decode.num_samples]]
-  batch = sharding.mesh_batch_multiple(mesh, len(prompts))
-  ids = inference.sample(graphdef, params, replicated(pad_rows(prompts, batch, config.decode.prompt_tokens), mesh),
-                         jax.random.key(config.seed), max_len=config.decode.max_len,
-                         temperature=config.decode.temperature, top_k=config.decode.top_k, top_p=config.decode.top_p)
-  ids = multihost_utils.process_allgather(ids, tiled=True)
-  return "\n".join(f"[{tokenizer.decode(p)}] {tokenizer.decode(row)}" for p, row in zip(prompts, ids))
+def lm_samples(loaded: inference.Loaded, texts: list[str]) -> str:
+  """Sampled continuations of the first ``decode.prompt_tokens`` pieces of a few eval texts."""
+  decode = loaded.config.decode
+  prompts = [loaded.tokenizer.decode(loaded.tokenizer.encode(t)[: decode.prompt_tokens])
+             for t in texts[: decode.num_samples]]
+  outputs = inference.generate_lines(loaded, prompts, decode_options(loaded.config), batch_size=len(prompts))
+  return "\n".join(f"[{p}] {o[len(p):].strip()}" for p, o in zip(prompts, outputs))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -268,6 +244,7 @@ class Experiment:
   mesh: jax.sharding.Mesh
   datasets: Any
   graphdef: nnx.GraphDef
+  model_config: TransformerConfig
   shardings: Any
   identity: dict
   ckpt: checkpointing.Checkpointer
@@ -280,6 +257,11 @@ class Experiment:
   def lead(self) -> bool:
     return jax.process_index() == 0
 
+  def as_loaded(self, params: nnx.State, step: int) -> inference.Loaded:
+    """The params seen as a loaded model, so that evaluation decodes exactly as the generate CLI does."""
+    return inference.Loaded(self.config, self.datasets.tokenizer, self.graphdef, params, self.config.objective, step,
+                            self.model_config, self.mesh)
+
   def save(self, state: TrainState) -> None:
     self.ckpt.save(int(state.step), state, data_positions(self.datasets.train), self.identity)
 
@@ -289,8 +271,7 @@ class Experiment:
     scores, texts = evaluate_loss(self.eval_step, params, datasets.eval_batches(), self.mesh), {}
     if config.objective == "translation" and config.decode.num_eval_examples:
       decoded, texts["translations"] = evaluate_translation(
-          self.graphdef, params, datasets.tokenizer, datasets.eval_examples[: config.decode.num_eval_examples],
-          config, self.mesh)
+          self.as_loaded(params, step), datasets.eval_examples[: config.decode.num_eval_examples])
       scores.update(decoded)
     scores = {prefix + k: v for k, v in scores.items()}
     self.final.update(scores)
@@ -325,7 +306,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> tuple[Experiment, 
   eval_fn = jax.jit(functools.partial(eval_step, graphdef=graphdef),
                     in_shardings=(shardings.params, sharding.batch_sharding(mesh)))
   writer = metrics.MetricsWriter(workdir, enabled=jax.process_index() == 0)
-  return Experiment(config, workdir, mesh, datasets, graphdef, shardings, identity, ckpt, writer, step_fn,
+  return Experiment(config, workdir, mesh, datasets, graphdef, cfg, shardings, identity, ckpt, writer, step_fn,
                     eval_fn), state
 
 
@@ -365,8 +346,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     averaged = average_checkpoints(config, workdir, exp.ckpt, state, exp.shardings, exp.identity)
     exp.evaluate(int(state.step), averaged, prefix="averaged_")
   if config.objective == "lm" and config.decode.num_samples:  # every process samples, process 0 prints
-    samples = lm_samples(exp.graphdef, state.params, exp.datasets.tokenizer, exp.datasets.eval_examples, config,
-                         exp.mesh)
+    samples = lm_samples(exp.as_loaded(state.params, int(state.step)), exp.datasets.eval_examples)
     if exp.lead:
       print("Samples:\n" + samples)
   exp.ckpt.close()
