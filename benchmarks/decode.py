@@ -27,7 +27,6 @@ import argparse
 import functools
 import json
 import os
-import platform
 import sys
 import time
 
@@ -38,6 +37,7 @@ from flax import nnx
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.common import best_time, machine_info
 from transformer_jax import decoding
 from transformer_jax.config_defaults import model_defaults
 from transformer_jax.models import EncoderDecoder, TransformerConfig, tokens_to_logits_fn
@@ -90,24 +90,6 @@ def uncached(params: nnx.State, inputs: jax.Array, *, graphdef: nnx.GraphDef, to
     return buffer.at[:, t].set(jnp.argmax(_no_eos(logits[:, t]), axis=-1).astype(jnp.int32))
 
   return jax.lax.fori_loop(0, steps, step, jnp.zeros((inputs.shape[0], tokens), jnp.int32))[:, :steps]
-
-
-def best_time(jitted, args: tuple, static: dict, repeats: int) -> tuple[float, jax.Array]:
-  """Seconds of the fastest of ``repeats`` runs of ``jitted(*args, **static)`` and its output; compiled ahead of
-  time (``static``: its static keyword arguments), so that no run includes compilation."""
-  compiled = jitted.lower(*args, **static).compile()
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    out = jax.block_until_ready(compiled(*args))
-    times.append(time.perf_counter() - start)
-  return min(times), out
-
-
-def matmul_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
-  """Measured float32 matmul throughput of the default device: a jitted n x n x n ``jnp.dot``."""
-  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-  return 2 * n**3 / best_time(jax.jit(jnp.dot), (a, a), {}, repeats)[0] / 1e9
 
 
 def bench_model(name: str, *, batch: int, tokens: int, peer_steps: int, beam_size: int, repeats: int) -> list[dict]:
@@ -163,10 +145,7 @@ def main(argv=None) -> dict:
   repeats = 1 if args.quick else args.repeats
   peer_steps = min(args.peer_steps, args.tokens)
   report = {
-      "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
-                  "device": str(jax.devices()[0]), "jax": jax.__version__,
-                  "load_average_1min": round(os.getloadavg()[0], 2),
-                  "float32_matmul_peak_gflops": round(matmul_peak_gflops(), 1)},
+      "machine": machine_info(),
       "settings": {"batch": args.batch, "tokens": args.tokens, "peer_steps": peer_steps, "source_len": SOURCE_LEN,
                    "beam_size": args.beam_size, "repeats": repeats,
                    "weights": "random (speed does not depend on them)"},

@@ -15,5 +15,6 @@ def get_config():
   config.checkpoint_every_steps = 500
   config.model.update(pre_norm=True, dropout_rate=0.0, mlp_dim=256)
   config.optimizer.update(learning_rate=2e-3, warmup_steps=100)
+  config.data.update(max_length=64, max_input_length=32)  # SCAN: commands <= 10 tokens, actions <= 49
   config.decode.update(num_eval_examples=5000, max_len=64)  # every test example (4,182)
   return config

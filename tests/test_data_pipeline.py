@@ -185,3 +185,15 @@ def test_rows_from_tokens_per_batch():
   assert datasets.global_batch_rows(config) == 100
   with pytest.raises(ValueError, match="divisible"):
     datasets.local_rows(100, 3, "batch")
+
+
+def test_max_input_length_limits_inputs_rows_separately():
+  examples = TextExamples(["5"] + ["5 5 5 5 5"] * 6, ["4 4 4 4 4 4 4"] + ["4"] * 6)
+  lengths = pipeline.LengthPolicy(12, "drop", "train", max_input_length=4)
+  it = pipeline.TrainIterator(examples, encode, lengths, features=("inputs", "targets"), rows=2, packing=True,
+                              shuffle=False, seed=0, process_index=0, process_count=1)
+  batch = next(it)
+  assert batch["inputs"].shape == (2, 4) and batch["targets"].shape == (2, 12)
+  assert lengths.overlong == 1  # the 8-token input (7 pieces + EOS) is dropped although its target would fit
+  np.testing.assert_array_equal(batch["inputs_segmentation"], [[1, 1, 2, 2], [1, 1, 2, 2]])
+  np.testing.assert_array_equal(batch["targets_segmentation"][:, :12], [[1] * 6 + [2] * 6] * 2)

@@ -9,6 +9,11 @@ Public API (importing it never imports TensorFlow):
   ``DecoderLayer``, ``Embed``, ``Norm``.
 - :mod:`transformer_jax.models` -- ``TransformerConfig``, ``Encoder``, ``Decoder``, ``EncoderDecoder``,
   ``DecoderOnly``, ``tokens_to_logits_fn``.
+
+Imported on demand: :mod:`~transformer_jax.decoding` (greedy, beam search, sampling), :mod:`~transformer_jax.inference`
+(jitted generation, loading a training workdir), :mod:`~transformer_jax.evaluation` (BLEU, exact match, perplexity),
+:mod:`~transformer_jax.sharding`, :mod:`~transformer_jax.train_lib`, :mod:`~transformer_jax.data` (TensorFlow
+Datasets lives only there), :mod:`~transformer_jax.generate` (the CLI) and :mod:`~transformer_jax.visualize`.
 """
 
 from transformer_jax import attention, layers, masks, models, positions

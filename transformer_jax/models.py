@@ -28,7 +28,7 @@ _CHOICES = {
     "positional": ("sinusoidal", "learned", "rope"),
     "norm": ("layernorm", "rmsnorm"),
     "activation": ("relu", "gelu"),
-    "attention_impl": ("xla", "jax"),
+    "attention_impl": ("xla", "jax", "shard_map"),
 }
 
 
@@ -54,7 +54,8 @@ class TransformerConfig:
     logits_via_embedding: output logits through the (target) embedding matrix.
     dtype: compute dtype (e.g. ``jnp.bfloat16``); softmax and norms run in float32 regardless.
     param_dtype: parameter storage dtype (keep float32 for mixed precision).
-    attention_impl: ``"xla"`` or ``"jax"`` (see :func:`transformer_jax.attention.dot_product_attention`).
+    attention_impl: ``"xla"``, ``"jax"`` or ``"shard_map"`` (see
+      :func:`transformer_jax.attention.dot_product_attention`).
     bos_id: the start token inserted by the right shift.
   """
 

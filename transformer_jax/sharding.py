@@ -128,13 +128,17 @@ def tree_shardings(abstract_tree: Any, mesh: Mesh) -> Any:
                       is_leaf=lambda x: isinstance(x, nnx.Variable))
 
 
-def constrain(x: jax.Array, names: tuple[str | None, ...] = ACTIVATION) -> jax.Array:
-  """``x`` constrained to the sharding of its logical axis ``names`` on the mesh being traced under (see
-  :func:`compile_train_step`, or ``with jax.set_mesh(mesh)``); a no-op without one or inside ``shard_map``."""
+def traced_mesh() -> AbstractMesh | None:
+  """The mesh a step is being traced under (see :func:`compile_train_step`, or ``with jax.set_mesh(mesh)``); None
+  without one and inside ``shard_map`` (manual axes)."""
   mesh = jax.sharding.get_abstract_mesh()
-  if mesh.empty or not mesh.are_all_axes_auto:
-    return x
-  return jax.lax.with_sharding_constraint(x, logical_to_spec(names, x.shape, mesh))
+  return None if mesh.empty or not mesh.are_all_axes_auto else mesh
+
+
+def constrain(x: jax.Array, names: tuple[str | None, ...] = ACTIVATION) -> jax.Array:
+  """``x`` constrained to the sharding of its logical axis ``names`` on :func:`traced_mesh` (no-op without one)."""
+  mesh = traced_mesh()
+  return x if mesh is None else jax.lax.with_sharding_constraint(x, logical_to_spec(names, x.shape, mesh))
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
@@ -191,13 +195,14 @@ def compile_train_step(config: ml_collections.ConfigDict, mesh: Mesh, step_fn, s
 
 
 def maybe_initialize_distributed(config: ml_collections.ConfigDict) -> None:
-  """``jax.distributed.initialize`` when ``config.initialize`` is set (before any other JAX call).
+  """``jax.distributed.initialize`` when ``config.initialize`` is set and it has not run yet in this process (it
+  must come before any other JAX call).
 
   ``coordinator_address``, ``num_processes`` and ``process_id`` may be left ``None`` where JAX detects them (TPU
   pods, SLURM, Open MPI, Kubernetes); elsewhere give all three (JAX also reads the coordinator address from
   ``JAX_COORDINATOR_ADDRESS``). CPU processes exchange collectives over Gloo (JAX's default).
   """
-  if not config.initialize:
+  if not config.initialize or jax.distributed.is_initialized():
     return
   kwargs = {k: config[k] for k in ("coordinator_address", "num_processes", "process_id") if config[k] is not None}
   if config.local_device_ids is not None:

@@ -215,6 +215,18 @@ def data_positions(train_iter) -> dict:
   return {"processes": [dict(zip(keys, map(int, row))) for row in rows]}
 
 
+def restore_data_position(train_iter, positions: list[dict]) -> None:
+  """Continues this process's data shard where the checkpoint left it. With another number of processes the shards
+  differ, so the data restarts at the next epoch boundary instead (with a warning)."""
+  if len(positions) == jax.process_count():
+    train_iter.set_state(positions[jax.process_index()])
+    return
+  epoch = max(p["epoch"] for p in positions) + 1
+  log.warning("The checkpoint's data positions are for %d processes, this run has %d: the data restarts at epoch %d.",
+              len(positions), jax.process_count(), epoch)
+  train_iter.set_state({"epoch": epoch, "index": 0})
+
+
 def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
@@ -297,7 +309,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> tuple[Experiment, 
   ckpt = checkpointing.Checkpointer(workdir, max_to_keep=config.keep_checkpoints)
   if ckpt.latest_step() is not None:
     state, data_state = ckpt.restore(ckpt.latest_step(), state, shardings, identity)
-    datasets.train.set_state(data_state["processes"][jax.process_index()])
+    restore_data_position(datasets.train, data_state["processes"])
     log.info("Resumed from step %d of %s", int(state.step), ckpt.directory)
   step_fn = sharding.compile_train_step(
       config, mesh, functools.partial(train_step, graphdef=graphdef, tx=tx, schedule=schedule,

@@ -24,6 +24,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.vocab_size = 23  # SCAN: 13 command + 6 action words + 4 special ids. Lowered (with a warning) if too large.
   c.vocab_model_type = "word"  # SentencePiece model: word (closed vocabularies like SCAN), unigram, bpe, char.
   c.max_length = 64  # Max tokens per sequence, EOS included (inputs and targets); SCAN needs 49.
+  c.max_input_length = placeholder(int)  # Max tokens of translation inputs (row length); None = max_length.
   c.overlong = "drop"  # Longer examples: "truncate" or "drop" (counted and logged).
   c.packing = True  # Pack several training examples per row (segmentation/position features); eval is unpacked.
   c.batch_size = 128  # Global training batch in rows (packed rows hold several examples).

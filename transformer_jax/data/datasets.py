@@ -98,8 +98,8 @@ def build(config: ml_collections.ConfigDict, *, workdir: str, seed: int, process
   features = ("inputs", "targets") if corpus.objective == TRANSLATION else ("targets",)
   encode = pipeline.encoder(tokenizer)
   rows = global_batch_rows(config)
-  train_lengths = pipeline.LengthPolicy(config.max_length, config.overlong, "train")
-  eval_lengths = pipeline.LengthPolicy(config.max_length, config.overlong, "eval")
+  train_lengths = pipeline.LengthPolicy(config.max_length, config.overlong, "train", config.max_input_length)
+  eval_lengths = pipeline.LengthPolicy(config.max_length, config.overlong, "eval", config.max_input_length)
   train = pipeline.TrainIterator(
       corpus.train, encode, train_lengths, features=features, rows=local_rows(rows, process_count, "batch"),
       packing=config.packing, shuffle=config.shuffle, seed=seed, process_index=process_index,

@@ -64,34 +64,44 @@ def encoder(tokenizer: Tokenizer) -> Callable[[Example], Encoded]:
 
 
 class LengthPolicy:
-  """Truncates or drops examples with a feature longer than ``max_length`` tokens; counts and logs them.
+  """Truncates or drops examples with a feature longer than its limit; counts and logs them.
+
+  The limit is ``max_length`` tokens, or ``max_input_length`` for the ``inputs`` feature when given (translation
+  sources that are much shorter than their targets, such as SCAN's, then do not pad the encoder to the targets'
+  length).
 
   Attributes:
     seen: examples processed so far. overlong: how many of them were too long (truncated or dropped).
   """
 
-  def __init__(self, max_length: int, overlong: str, name: str):
+  def __init__(self, max_length: int, overlong: str, name: str, max_input_length: int | None = None):
     if overlong not in OVERLONG:
       raise ValueError(f"overlong must be one of {OVERLONG}, got {overlong!r}.")
-    if max_length < 2:
-      raise ValueError(f"max_length must be at least 2 (one piece and EOS), got {max_length}.")
+    if min(max_length, max_input_length or max_length) < 2:
+      raise ValueError(f"max_length and max_input_length must be at least 2 (one piece and EOS), got {max_length} "
+                       f"and {max_input_length}.")
     self.max_length, self.overlong_action, self.name = max_length, overlong, name
+    self.max_input_length = max_input_length or max_length
     self.seen = 0
     self.overlong = 0
 
   def __call__(self, example: Encoded) -> Encoded | None:
     """The example, truncated, or None when it is dropped."""
     self.seen += 1
-    if all(len(ids) <= self.max_length for ids in example.values()):
+    if all(len(ids) <= self.limit(key) for key, ids in example.items()):
       return example
     self.overlong += 1
     if self.overlong & (self.overlong - 1) == 0:
-      log.warning("%s: %d of %d examples so far were longer than max_length=%d tokens (EOS included) "
-                      "and were %s.", self.name, self.overlong, self.seen, self.max_length,
-                      "dropped" if self.overlong_action == "drop" else "truncated")
+      log.warning("%s: %d of %d examples so far were longer than max_length=%d tokens (max_input_length=%d for "
+                  "inputs; EOS included) and were %s.", self.name, self.overlong, self.seen, self.max_length,
+                  self.max_input_length, "dropped" if self.overlong_action == "drop" else "truncated")
     if self.overlong_action == "drop":
       return None
-    return {key: ids[:self.max_length] for key, ids in example.items()}
+    return {key: ids[:self.limit(key)] for key, ids in example.items()}
+
+  def limit(self, feature: str) -> int:
+    """The most tokens ``feature`` may have (its row length in batches)."""
+    return self.max_input_length if feature == "inputs" else self.max_length
 
 
 def shard_indices(num_examples: int, process_index: int, process_count: int) -> np.ndarray:
@@ -184,7 +194,7 @@ class TrainIterator:
     return example
 
   def _padded_batch(self) -> Batch:
-    batch = {key: np.zeros((self._rows, self._lengths.max_length), np.int32) for key in self._features}
+    batch = {key: np.zeros((self._rows, self._lengths.limit(key)), np.int32) for key in self._features}
     for row in range(self._rows):
       for key, ids in self._take().items():
         batch[key][row, :len(ids)] = ids
@@ -192,15 +202,15 @@ class TrainIterator:
 
   def _packed_batch(self) -> Batch:
     """First fit of consecutive examples into ``rows`` rows, until the next example fits no row."""
-    max_length = self._lengths.max_length
-    batch = {key + suffix: np.zeros((self._rows, max_length), np.int32)
+    limits = np.array([self._lengths.limit(key) for key in self._features])
+    batch = {key + suffix: np.zeros((self._rows, self._lengths.limit(key)), np.int32)
              for key in self._features for suffix in ("", "_segmentation", "_position")}
     used = np.zeros((len(self._features), self._rows), np.int64)
     segments = np.zeros(self._rows, np.int32)
     while True:
       example = self._peek()
       need = np.array([len(example[key]) for key in self._features])
-      fits = (used <= max_length - need[:, None]).all(axis=0)
+      fits = (used <= (limits - need)[:, None]).all(axis=0)
       row = int(fits.argmax())
       if not fits[row]:
         return batch
@@ -225,7 +235,7 @@ def eval_batches(examples: Sequence[Example], encode: Callable[[Example], Encode
   encoded = (lengths(encode(examples[int(i)])) for i in shard_indices(len(examples), process_index, process_count))
   kept = (example for example in encoded if example is not None)
   for _ in range(num_batches):
-    batch = {key: np.zeros((rows, lengths.max_length), np.int32) for key in features}
+    batch = {key: np.zeros((rows, lengths.limit(key)), np.int32) for key in features}
     for row, example in enumerate(itertools.islice(kept, rows)):
       for key, ids in example.items():
         batch[key][row, :len(ids)] = ids
