@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import time
@@ -33,3 +34,11 @@ def machine_info() -> dict:
   return {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
           "device": str(jax.devices()[0]), "jax": jax.__version__, "load_average_1min": round(os.getloadavg()[0], 2),
           "float32_matmul_peak_gflops": round(matmul_peak_gflops(), 1)}
+
+
+def write_json(report: dict, path: str | None) -> None:
+  """Prints the report as JSON, and also writes it to ``path`` when given."""
+  print(json.dumps(report, indent=2))
+  if path:
+    with open(path, "w", encoding="utf-8") as f:
+      json.dump(report, f, indent=2)

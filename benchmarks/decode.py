@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import os
 import sys
 import time
@@ -37,7 +36,7 @@ from flax import nnx
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.common import best_time, machine_info
+from benchmarks.common import best_time, machine_info, write_json
 from transformer_jax import decoding
 from transformer_jax.config_defaults import model_defaults
 from transformer_jax.models import EncoderDecoder, TransformerConfig, tokens_to_logits_fn
@@ -162,10 +161,7 @@ def main(argv=None) -> dict:
     print(f"{row['model']}: greedy with and without the cache agree on {100 * row['greedy_tokens_agree']:.1f}% of "
           f"the peer's tokens")
   print()
-  print(json.dumps(report, indent=2))
-  if args.json_out:
-    with open(args.json_out, "w", encoding="utf-8") as f:
-      json.dump(report, f, indent=2)
+  write_json(report, args.json_out)
   return report
 
 

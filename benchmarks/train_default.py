@@ -21,7 +21,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from benchmarks.common import machine_info
+from benchmarks.common import machine_info, write_json
 from transformer_jax import sharding, train_lib
 
 PEER = "the machine's measured float32 matmul peak (model FLOP utilisation of the compiled train step)"
@@ -79,10 +79,7 @@ def main(argv=None) -> dict:
   print(f"\nfloat32 matmul peak: {machine['float32_matmul_peak_gflops']} GFLOP/s ({machine['cpus']} CPUs, "
         f"load average {machine['load_average_1min']}); peer = {PEER}")
   print(" | ".join(f"{k} {v}" for k, v in result.items()))
-  print(json.dumps(report, indent=2))
-  if args.json_out:
-    with open(args.json_out, "w", encoding="utf-8") as f:
-      json.dump(report, f, indent=2)
+  write_json(report, args.json_out)
   return report
 
 
