@@ -16,8 +16,6 @@ import jax.numpy as jnp
 from jax import Array
 from jax.sharding import PartitionSpec as P
 
-from transformer_jax import sharding
-
 Implementation = Literal["xla", "jax", "shard_map"]
 QKV_AXES = ("batch", "length", "heads", "head_dim")  # logical axes of queries, keys, values and outputs
 MASK_AXES = ("batch", "heads", None, None)  # of masks and biases; their size-1 (broadcast) dims stay whole
@@ -123,6 +121,8 @@ def per_shard_attention(query: Array, key: Array, value: Array, mask: Array | No
 
   Shapes as in :func:`dot_product_attention`; attention never mixes rows or heads, so no communication is needed.
   """
+  from transformer_jax import sharding  # pylint: disable=import-outside-toplevel  (keeps this module free of Flax)
+
   kernel = functools.partial(dot_product_attention, implementation="jax")
   mesh = sharding.traced_mesh()
   if mesh is None:
