@@ -290,7 +290,8 @@ class Experiment:
     self.writer.write(step, scores, texts)
     if self.lead:
       print(f"eval at step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()), flush=True)
-      print(texts.get("translations", ""), flush=True)
+      if texts:
+        print(texts["translations"], flush=True)
 
 
 def setup(config: ml_collections.ConfigDict, workdir: str) -> tuple[Experiment, TrainState]:
