@@ -14,6 +14,7 @@ its signature) and exact match to stderr; ``--plot_attention DIR`` saves attenti
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import contextlib
 import logging
 import sys
@@ -61,13 +62,13 @@ def decode_options(args: argparse.Namespace, loaded: Loaded) -> DecodeOptions:
   for name in OBJECTIVE_FLAGS["lm" if loaded.objective == "translation" else "translation"]:
     if getattr(args, name) is not None:
       log.warning("--%s does not apply to a %s workdir; ignoring it.", name, loaded.objective)
-  values = {name: loaded.config.decode[name] if getattr(args, name) is None else getattr(args, name)
-            for name in ("max_len", "beam_size", "alpha", "temperature", "top_k", "top_p")}
-  if values["max_len"] > loaded.max_output_len:
-    log.warning("--max_len %d is more than this model can generate (%d positions); using %d.", values["max_len"],
+  flags = {name: getattr(args, name) for name in ("max_len", "beam_size", "alpha", "temperature", "top_k", "top_p")}
+  options = DecodeOptions.from_config(loaded.config.decode, seed=args.seed, **flags)
+  if options.max_len > loaded.max_output_len:
+    log.warning("--max_len %d is more than this model can generate (%d positions); using %d.", options.max_len,
                 loaded.max_output_len, loaded.max_output_len)
-    values["max_len"] = loaded.max_output_len
-  return DecodeOptions(seed=args.seed, **values)
+    options = dataclasses.replace(options, max_len=loaded.max_output_len)
+  return options
 
 
 class Progress:

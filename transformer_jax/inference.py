@@ -236,6 +236,12 @@ class DecodeOptions:
   top_p: float = 1.0
   seed: int = 0
 
+  @classmethod
+  def from_config(cls, decode: ml_collections.ConfigDict, **overrides) -> DecodeOptions:
+    """The fields of a run's ``config.decode``; ``overrides`` that are not None take precedence."""
+    values = {f.name: decode[f.name] for f in dataclasses.fields(cls) if f.name in decode}
+    return cls(**{**values, **{k: v for k, v in overrides.items() if v is not None}})
+
 
 def bucket_length(length: int, limit: int) -> int:
   """The padded length for rows of at most ``length`` tokens: the next power of two >= 8, capped at ``limit``."""

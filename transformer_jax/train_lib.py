@@ -158,18 +158,12 @@ def evaluate_loss(eval_fn, params, batches: Iterator[dict[str, np.ndarray]], mes
   return {"eval_loss": means["nll"], "eval_accuracy": means["accuracy"], "eval_perplexity": means["perplexity"]}
 
 
-def decode_options(config: ml_collections.ConfigDict) -> inference.DecodeOptions:
-  d = config.decode
-  return inference.DecodeOptions(max_len=d.max_len, beam_size=d.beam_size, alpha=d.alpha,
-                                 temperature=d.temperature, top_k=d.top_k, top_p=d.top_p, seed=config.seed)
-
-
 def evaluate_translation(loaded: inference.Loaded, examples) -> tuple[dict[str, float], str]:
   """BLEU (sacrebleu), exact match and a few example translations of ``(source, reference)`` pairs."""
   from transformer_jax import evaluation  # pylint: disable=import-outside-toplevel  (sacrebleu is a data extra)
 
   sources, references = [s for s, _ in examples], [t for _, t in examples]
-  hyps = inference.generate_lines(loaded, sources, decode_options(loaded.config),
+  hyps = inference.generate_lines(loaded, sources, inference.DecodeOptions.from_config(loaded.config.decode, seed=loaded.config.seed),
                                   batch_size=loaded.config.data.eval_batch_size)
   bleu, signature = evaluation.bleu(hyps, references)
   log.info("BLEU signature: %s", signature)
@@ -182,7 +176,7 @@ def lm_samples(loaded: inference.Loaded, texts: list[str]) -> str:
   decode = loaded.config.decode
   prompts = [loaded.tokenizer.decode(loaded.tokenizer.encode(t)[: decode.prompt_tokens])
              for t in texts[: decode.num_samples]]
-  outputs = inference.generate_lines(loaded, prompts, decode_options(loaded.config), batch_size=len(prompts))
+  outputs = inference.generate_lines(loaded, prompts, inference.DecodeOptions.from_config(loaded.config.decode, seed=loaded.config.seed), batch_size=len(prompts))
   return "\n".join(f"[{p}] {o[len(p):].strip()}" for p, o in zip(prompts, outputs))
 
 
