@@ -18,10 +18,11 @@ class Checkpointer:
   """``CheckpointManager`` over ``workdir/<name>`` with three items: ``state`` (the train-state pytree),
   ``data`` (the iterator position, JSON) and ``meta`` (model config and objective, JSON)."""
 
-  def __init__(self, workdir: str, *, name: str = "checkpoints", max_to_keep: int = 3, async_save: bool = True):
+  def __init__(self, workdir: str, *, name: str = "checkpoints", max_to_keep: int = 3, async_save: bool = True,
+               read_only: bool = False):
     self.directory = os.path.join(os.path.abspath(workdir), name)
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, enable_async_checkpointing=async_save,
-                                           create=True)
+                                           create=not read_only, read_only=read_only)
     self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "data", "meta"))
 
   def latest_step(self) -> int | None:
@@ -46,18 +47,29 @@ class Checkpointer:
     if meta is not None:
       check_same_model(self.meta(step), meta, os.path.join(self.directory, str(step)))
     # ``shardings`` is a prefix of ``target`` (one sharding per nnx.Variable): map each variable's leaves.
-    abstract = jax.tree.map(
-        lambda s, sub: jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), sub),
-        shardings, target)
-    restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
-                                                                  data=ocp.args.JsonRestore()))
+    restored = self.manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(_abstract(target, shardings)), data=ocp.args.JsonRestore()))
     return restored["state"], restored["data"]
+
+  def restore_params(self, step: int, params: Any, shardings: Any) -> Any:
+    """Only ``state.params`` of ``step`` (an Orbax partial restore: the optimizer state is never read), shaped
+    like ``params`` (arrays or abstract values) and placed on ``shardings``."""
+    target = {"params": _abstract(params, shardings)}
+    restore = ocp.args.PyTreeRestore(item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+                                     partial_restore=True)
+    return self.manager.restore(step, args=ocp.args.Composite(state=restore))["state"]["params"]
 
   def wait(self) -> None:
     self.manager.wait_until_finished()
 
   def close(self) -> None:
     self.manager.close()
+
+
+def _abstract(target: Any, shardings: Any) -> Any:
+  """``target`` as ``jax.ShapeDtypeStruct`` s with ``shardings`` (a prefix of it: one sharding per nnx.Variable)."""
+  return jax.tree.map(
+      lambda s, sub: jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), sub), shardings, target)
 
 
 def check_same_model(saved: dict, current: dict, where: str) -> None:

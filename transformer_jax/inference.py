@@ -21,7 +21,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 from flax import nnx
 from jax.experimental import multihost_utils
 
@@ -139,15 +138,14 @@ def load(workdir: str, checkpoint: int | str | None = None, *, devices: Sequence
                             list(devices or jax.local_devices()))
   abstract_model = nnx.eval_shape(lambda: train_lib.model_class(config.objective)(cfg, rngs=nnx.Rngs(0)))
   graphdef, abstract_params = nnx.split(abstract_model, nnx.Param)
-  manager = _checkpoint_manager(directory, workdir)
+  ckpt = _open_checkpoints(directory, workdir)
   try:
-    step = _pick_step(manager, checkpoint, directory)
+    step = _pick_step(ckpt, checkpoint, directory)
     where = os.path.join(directory, str(step))
-    checkpointing.check_same_model(_restore_meta(manager, step), train_lib.model_identity(config.objective, cfg),
-                                   where)
-    params = _restore_params(manager, step, abstract_params, mesh)
+    checkpointing.check_same_model(ckpt.meta(step), train_lib.model_identity(config.objective, cfg), where)
+    params = ckpt.restore_params(step, abstract_params, sharding.tree_shardings(abstract_params, mesh))
   finally:
-    manager.close()
+    ckpt.close()
   log.info("Loaded %s (%s, step %d) onto %d device(s).", where, config.objective, step, mesh.size)
   return Loaded(config, tokenizer, graphdef, params, config.objective, step, cfg, mesh)
 
@@ -178,45 +176,28 @@ def _read_tokenizer(workdir: str, config: ml_collections.ConfigDict) -> Tokenize
   return tokenizer_lib.Tokenizer.load(path)
 
 
-def _checkpoint_manager(directory: str, workdir: str) -> ocp.CheckpointManager:
-  """A read-only manager of the checkpoints in ``directory``; a clear error when there are none."""
+def _open_checkpoints(directory: str, workdir: str) -> checkpointing.Checkpointer:
+  """The checkpoints in ``directory``, read-only; a clear error when there are none."""
   averaged = os.path.basename(directory) == AVERAGED
   hint = _train_hint(workdir, " --config.average_last_checkpoints=5" if averaged else "")
   if not os.path.isdir(directory):
     raise FileNotFoundError(f"No checkpoint in {workdir} ({directory} does not exist): {hint}.")
-  manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True),
-                                  item_names=("state", "data", "meta"))
-  if manager.latest_step() is None:
-    manager.close()
+  ckpt = checkpointing.Checkpointer(workdir, name=os.path.basename(directory), read_only=True)
+  if ckpt.latest_step() is None:
+    ckpt.close()
     raise FileNotFoundError(f"No checkpoint in {directory} (training has not saved one yet): {hint}.")
-  return manager
+  return ckpt
 
 
-def _pick_step(manager: ocp.CheckpointManager, checkpoint: int | str | None, directory: str) -> int:
+def _pick_step(ckpt: checkpointing.Checkpointer, checkpoint: int | str | None, directory: str) -> int:
   """The latest step for ``None`` / ``"averaged"``, else the named step, which must exist."""
-  steps = list(manager.all_steps())
+  steps = ckpt.all_steps()
   if checkpoint in (None, AVERAGED):
-    return manager.latest_step()
+    return ckpt.latest_step()
   if not str(checkpoint).isdigit() or int(checkpoint) not in steps:
     raise FileNotFoundError(f"No checkpoint {checkpoint!r} in {directory}: use a step among {sorted(steps)}, "
                             f"'{AVERAGED}', or leave it out for the latest.")
   return int(checkpoint)
-
-
-def _restore_meta(manager: ocp.CheckpointManager, step: int) -> dict:
-  return manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-
-
-def _restore_params(manager: ocp.CheckpointManager, step: int, abstract_params: nnx.State,
-                    mesh: jax.sharding.Mesh) -> nnx.State:
-  """Only ``state.params`` of the checkpoint (an Orbax partial restore), placed on ``mesh`` by the sharding rules."""
-  shardings = sharding.tree_shardings(abstract_params, mesh)
-  target = {"params": jax.tree.map(
-      lambda v, s: v.replace(jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=s)), abstract_params, shardings,
-      is_leaf=lambda x: isinstance(x, nnx.Variable))}
-  restore = ocp.args.PyTreeRestore(item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
-                                   partial_restore=True)
-  return manager.restore(step, args=ocp.args.Composite(state=restore))["state"]["params"]
 
 
 # --------------------------------------------------------------------------------------------------------------------
