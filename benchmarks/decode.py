@@ -27,7 +27,6 @@ import argparse
 import functools
 import os
 import sys
-import time
 
 import jax
 import jax.numpy as jnp

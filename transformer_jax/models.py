@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
-import jax
 import jax.numpy as jnp
 from flax import nnx
 from jax import Array
