@@ -87,7 +87,7 @@ def check_model_fits(mesh: Mesh, model_config) -> None:
 def check_batch_fits(mesh: Mesh, global_batch: int, what: str = "batch_size") -> None:
   """The global batch must split evenly over the batch axes ``(data, fsdp)``, and these must span the processes
   (each process feeds its own rows: a batch replicated across processes would need the same rows everywhere)."""
-  shards = mesh.shape["data"] * mesh.shape["fsdp"]
+  shards = _axis_size(mesh, BATCH_AXES)
   if global_batch % shards:
     raise ValueError(f"{what}={global_batch} is not divisible by mesh.data * mesh.fsdp = {shards}; "
                      f"use a multiple of {shards}.")
@@ -154,7 +154,7 @@ def global_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, ja
 
 def mesh_batch_multiple(mesh: Mesh, rows: int) -> int:
   """``rows`` rounded up to a multiple of the batch shards ``data * fsdp``."""
-  shards = mesh.shape["data"] * mesh.shape["fsdp"]
+  shards = _axis_size(mesh, BATCH_AXES)
   return -(-rows // shards) * shards
 
 
